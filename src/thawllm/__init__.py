@@ -1,0 +1,3 @@
+"""thaw: GGUF inference services that start from a process snapshot."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from thawllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The scale-from-zero gateway: one public port in front of instances it starts and stops."""

@@ -1,0 +1,1 @@
+"""The service process: loads a model, parks as a template, serves on command."""

@@ -1,0 +1,1 @@
+"""Model files: the bundled default, user paths, and synthetic models."""

@@ -1,0 +1,1 @@
+"""The supervising side: start, restore, watch and stop service processes."""

@@ -1,0 +1,184 @@
+"""`thaw serve --control PATH`: a service that can be snapshotted while it serves.
+
+The service runs as a supervised instance, PID 1 of its own PID namespace,
+so that its snapshot restores like any other. The supervisor listens on a
+Unix socket (mode 0600) for one-line JSON commands. Whoever can reach that
+socket can make the service dump its memory, so commands that are not
+understood are rejected and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import socket
+import time
+from pathlib import Path
+
+from thawllm.engine.base import EngineSettings
+from thawllm.instance import control
+from thawllm.instance.options import engine_arguments
+from thawllm.snapshot.create import SnapshotError, check_output, dump_instance
+from thawllm.snapshot.criu import Criu, CriuError
+from thawllm.supervisor.handle import InstanceError, InstanceHandle
+from thawllm.supervisor.watch import SignalQueue, stop_all
+
+logger = logging.getLogger("thaw.supervisor")
+
+LOAD_TIMEOUT_S = 900.0
+SERVE_TIMEOUT_S = 60.0
+# In-flight requests finish before the dump; a long generation may take this long.
+DRAIN_TIMEOUT_S = 600.0
+CONTROL_READ_TIMEOUT_S = 5.0
+MAX_COMMAND_BYTES = 65536
+POLL_INTERVAL_S = 0.5
+
+
+class LiveService:
+    """A supervised service plus its management socket."""
+
+    def __init__(self, engine: EngineSettings, settings, imports: list[str], control_path: Path):
+        self.engine = engine
+        self.settings = settings
+        self.imports = imports
+        self.control_path = control_path
+        self.handle: InstanceHandle | None = None
+
+    def start(self) -> None:
+        self.handle = InstanceHandle.spawn(engine_arguments(self.engine, self.imports), "service",
+                                           new_pid_namespace=True)
+        self.handle.wait_event(control.PARKED, LOAD_TIMEOUT_S)
+        self.handle.serve(self.settings.to_dict(), SERVE_TIMEOUT_S)
+
+    def handle_command(self, request: dict) -> tuple[dict, bool]:
+        """Run one control command; return the reply and whether the service has ended."""
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, "pid": self.handle.pid, "port": self.handle.port,
+                    "message": f"Serving on port {self.handle.port} [pid {self.handle.pid}]."}, False
+        if command == "snapshot":
+            return self.snapshot(request)
+        logger.warning("Rejected control command %r on %s.", command, self.control_path)
+        return {"ok": False, "message": f"Unknown control command {command!r}; expected 'snapshot' or 'status'."}, False
+
+    def snapshot(self, request: dict) -> tuple[dict, bool]:
+        output, leave_running, force = request.get("output"), request.get("leave_running"), request.get("force")
+        if not isinstance(output, str) or not os.path.isabs(output) or not isinstance(leave_running, bool):
+            return {"ok": False, "message": "A snapshot command needs an absolute 'output' path and "
+                    "a boolean 'leave_running'."}, False
+        started = time.perf_counter()
+        try:
+            check_output(Path(output), bool(force))
+            criu = Criu.find()
+        except (SnapshotError, CriuError) as exc:
+            return {"ok": False, "message": str(exc)}, False
+
+        logger.info("Snapshot requested: stopping the listener and draining in-flight requests.")
+        self.handle.send(control.PARK)
+        self.handle.wait_event(control.PARKED, DRAIN_TIMEOUT_S)
+        try:
+            result = dump_instance(self.handle, self.engine, self.imports, Path(output), criu, started,
+                                   leave_running=leave_running, force=bool(force))
+        except (CriuError, OSError) as exc:
+            logger.error("Snapshot failed: %s; serving again.", exc)
+            self.handle.serve(self.settings.to_dict(), SERVE_TIMEOUT_S)
+            return {"ok": False, "message": f"Snapshot failed: {exc}"}, False
+
+        if not leave_running:
+            self.handle.poll()
+            return {"ok": True, "message": result.describe() + " The service has exited.", **result.to_dict()}, True
+        self.handle.serve(self.settings.to_dict(), SERVE_TIMEOUT_S)
+        return {"ok": True, "message": result.describe() + " The service goes on serving.", **result.to_dict()}, False
+
+
+def open_control_socket(path: Path) -> socket.socket:
+    """Listen on PATH with mode 0600; a stale socket file from a dead supervisor is replaced."""
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)
+        else:
+            raise SnapshotError(f"Control socket {path} is in use by another service. Pass another --control path.")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(previous_umask)
+    os.chmod(path, 0o600)
+    listener.listen(4)
+    return listener
+
+
+def _read_request(connection: socket.socket) -> dict | None:
+    connection.settimeout(CONTROL_READ_TIMEOUT_S)
+    data = b""
+    while b"\n" not in data and len(data) < MAX_COMMAND_BYTES:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        request = json.loads(data.split(b"\n", 1)[0])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def serve_with_control(engine: EngineSettings, settings, control_path: Path, imports: list[str]) -> int:
+    control_path = control_path.absolute()
+    signals = SignalQueue()
+    listener = open_control_socket(control_path)
+    service = LiveService(engine, settings, imports, control_path)
+    try:
+        service.start()
+        logger.info("Control socket listening at %s.", control_path)
+        return _supervise(service, listener, signals)
+    except InstanceError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        listener.close()
+        control_path.unlink(missing_ok=True)
+        if service.handle is not None:
+            stop_all([service.handle])
+
+
+def _supervise(service: LiveService, listener: socket.socket, signals: SignalQueue) -> int:
+    while not signals.received:
+        readable, _, _ = select.select([listener], [], [], POLL_INTERVAL_S)
+        if not service.handle.alive():
+            logger.error("service [pid %d] exited with status %s.", service.handle.pid, service.handle.returncode)
+            return 1
+        if not readable:
+            continue
+        connection, _ = listener.accept()
+        with connection:
+            if _answer(service, connection):
+                return 0
+    return 0
+
+
+def _answer(service: LiveService, connection: socket.socket) -> bool:
+    """Answer one control connection; return True when the service has ended."""
+    try:
+        request = _read_request(connection)
+    except OSError as exc:
+        logger.warning("Control connection failed: %s.", exc)
+        return False
+    if request is None:
+        logger.warning("Rejected a control message that is not a JSON object on %s.", service.control_path)
+        reply, ended = {"ok": False, "message": "Control messages are one JSON object per line."}, False
+    else:
+        reply, ended = service.handle_command(request)
+    try:
+        connection.sendall(json.dumps(reply).encode() + b"\n")
+    except OSError as exc:
+        logger.warning("Could not send the control reply: %s.", exc)
+    return ended
