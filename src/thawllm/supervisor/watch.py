@@ -46,6 +46,8 @@ def supervise(handles: list[InstanceHandle], signals: SignalQueue) -> int:
 
 
 def stop_all(handles: list[InstanceHandle]) -> None:
+    if not handles:
+        return
     started = time.perf_counter()
     for handle in handles:
         handle.stop()

@@ -1,0 +1,1 @@
+"""Snapshots of template processes with CRIU: the criu wrapper, its installer and checks."""
