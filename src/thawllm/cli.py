@@ -31,6 +31,8 @@ def _add_listen(parser: argparse.ArgumentParser, port_help: str = "TCP port (def
                         "(default: $THAW_API_KEY, or none)")
     parser.add_argument("--max-queue", type=int, default=16,
                         help="requests that may wait for the model; more get 503 (default 16)")
+    parser.add_argument("--alias", default=None,
+                        help="model id that /v1/models lists and requests may name (default: the GGUF file name)")
 
 
 def _server_settings(args: argparse.Namespace):
@@ -38,7 +40,7 @@ def _server_settings(args: argparse.Namespace):
 
     try:
         return ServerSettings.from_env(host=args.host, port=args.port, api_key=args.api_key,
-                                       max_queue=args.max_queue)
+                                       max_queue=args.max_queue, model_alias=args.alias)
     except SettingsError as exc:
         raise CommandError(str(exc)) from exc
 
