@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import sys
 import time
 
@@ -109,7 +108,6 @@ class ManagedInstance:
         return reason
 
     def after_restore(self, restored: dict) -> None:
-        random.seed(os.urandom(16))
         self.service.reset_after_restore()
         hooks.run_after_restore()
 
@@ -123,19 +121,17 @@ class ManagedInstance:
             asyncio.get_running_loop().remove_reader(COMMANDS_FD)
             self.session.stop("exit")
             return
-        for line in lines:
-            command = control.decode(line)
-            if command["type"] == control.PARK:
-                asyncio.get_running_loop().create_task(self._drain_and_park())
-            elif command["type"] == control.EXIT:
-                self.session.stop("exit")
-            else:
-                logger.error("Ignored control command %r while serving.", command["type"])
-
-    async def _drain_and_park(self) -> None:
-        asyncio.get_running_loop().remove_reader(COMMANDS_FD)
-        logger.info("Stopping for a snapshot: closing the listener and draining requests.")
-        self.session.stop("park")
+        for index, line in enumerate(lines):
+            kind = control.decode(line)["type"]
+            if kind in (control.PARK, control.EXIT):
+                # Commands after this one wait until the session has ended.
+                self.pending.extend(lines[index + 1:])
+                asyncio.get_running_loop().remove_reader(COMMANDS_FD)
+                if kind == control.PARK:
+                    logger.info("Stopping for a snapshot: closing the listener and draining requests.")
+                self.session.stop(kind)
+                return
+            logger.error("Ignored control command %r while serving.", kind)
 
 
 def run_managed(app, config) -> int:
