@@ -85,9 +85,12 @@ def test_restore_answers_like_fresh_start(snapshot_dir, fresh_answer, started_pi
     port, = free_ports(1)
     restore = ThawProcess("restore", str(snapshot_dir), "--port", str(port), tracker=started_pids)
     try:
-        restore.wait_for_line(r"Replica 1 ready")
+        line, = restore.wait_for_line(r"Replica 1 ready")
+        replica_pid = int(re.search(r"\[pid (\d+)\]", line).group(1))
         wait_healthy(port)
         assert predict(port, PROMPT) == fresh_answer
+        # The replica sees the same files as we do, whatever namespace criu ran in.
+        assert os.readlink(f"/proc/{replica_pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
     finally:
         assert restore.stop() == 0, restore.output
     assert "Restored from" in restore.output

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from thawllm.snapshot import criu_images, procs
+from thawllm.snapshot import criu_images, kdat, procs
 
 log = logging.getLogger("thaw.snapshot")
 
@@ -305,7 +305,9 @@ class Criu:
         args += ["--pidfile", str(pidfile), "-o", str(log_path), RESTORE_LOG_VERBOSITY]
         for fd, key in inherit_fds.items():
             args += ["--inherit-fd", f"fd[{fd}]:{key}"]
-        run = run_criu(self.command(*args, *extra_args), timeout_s=timeout_s, pass_fds=inherit_fds)
+        prefix, kdat_args = kdat.restore_wrapper()
+        argv = [*prefix, *self.command(*args, *kdat_args, *extra_args)]
+        run = run_criu(argv, timeout_s=timeout_s, pass_fds=inherit_fds)
 
         _raise_on_failure("restore", run, log_path, timeout_s)
         pid = _read_pidfile(pidfile, log_path)
