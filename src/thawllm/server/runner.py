@@ -22,7 +22,10 @@ class BindError(Exception):
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind and listen on HOST:PORT; port 0 picks a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # With proto 0, asyncio (3.11) leaves Nagle's algorithm on for accepted
+    # connections, and each response on a kept-alive connection then waits
+    # about 40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
