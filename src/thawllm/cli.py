@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="fresh start versus snapshot restore, side by side")
     _add_model(demo)
-    demo.add_argument("--port", type=int, default=8080, help="TCP port to use (default 8080)")
+    demo.add_argument("--port", type=int, default=None, help="TCP port to use (default: a free port)")
     demo.add_argument("--prompt", default="SpaceX", help="prompt answered by both instances")
     demo.set_defaults(handler=cmd_demo)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,12 @@ from thawllm.server.settings import ServerSettings
 READY_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 120.0
 DEMO_MAX_TOKENS = 16
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def say(text: str) -> None:
@@ -79,8 +86,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"thaw demo: error: {exc}", file=sys.stderr)
         return 2
 
+    port = args.port or free_port()
     say(f"\n== 1. Fresh start: thaw serve {model.name}, the usual way (load the model at start)")
-    fresh_ready, fresh_text, fresh_latency = fresh_start(model, args.port, args.prompt)
+    fresh_ready, fresh_text, fresh_latency = fresh_start(model, port, args.prompt)
     say(f"   Ready in {fresh_ready * 1000:.0f} ms; /predict?prompt={args.prompt} -> {fresh_text!r}")
 
     workdir = Path(tempfile.mkdtemp(prefix="thaw-demo-"))
@@ -95,9 +103,9 @@ def run_demo(args: argparse.Namespace) -> int:
         say(f"   {result.describe()}")
 
         say("\n== 3. Restore: a replica from the snapshot, serving on the same port")
-        settings = ServerSettings(port=args.port).to_dict()
+        settings = ServerSettings(port=port).to_dict()
         handle, restore_seconds = restore_replica(workdir / "snapshot", settings, "replica")
-        base_url = f"http://127.0.0.1:{args.port}"
+        base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, time.monotonic() + READY_TIMEOUT_S)
         restored_text, restored_latency = predict(base_url, args.prompt)
         say(f"   Ready in {restore_seconds * 1000:.0f} ms; /predict?prompt={args.prompt} -> {restored_text!r}")
