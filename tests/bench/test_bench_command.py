@@ -109,6 +109,19 @@ def test_quick_measures_every_contender(results):
             assert isinstance(row[figure], (int, float)) and row[figure] > 0, (contender, figure, row)
 
 
+def test_quick_measures_gateway_overhead(results):
+    records = {record["starter"]: record for record in results["gateway_overhead"]}
+    assert set(records) == {"criu", "cold"}
+    for starter, record in records.items():
+        if starter == "criu" and criu_unavailable_reason() and os.environ.get("CI") != "true":
+            assert record["skipped"]
+            continue
+        assert record["first_response_median_s"] > 0
+        for figures in record["warm"].values():
+            assert figures["direct_p50_ms"] > 0
+            assert figures["gateway_p99_ms"] >= figures["gateway_p50_ms"]
+
+
 def test_quick_orders_ready_before_response(results):
     for row in results["measurements"]:
         if row["kind"] == "start" and row["status"] == "ok" and not row["contender"].startswith("gateway"):

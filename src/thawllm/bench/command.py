@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thawllm.bench.catalog import BenchModel, UnknownModel, resolve_models
 from thawllm.bench.measure import COLD, WARM
+from thawllm.bench.overhead import measure_overhead
 from thawllm.bench.pagecache import PageCacheError
 from thawllm.bench.report import Report, write_report
 from thawllm.bench.runner import build_contenders, run_benchmark
@@ -73,6 +74,8 @@ def run_and_report(args: argparse.Namespace, settings: BenchSettings, models: li
     system = describe_system()
     disk = disk_bandwidth(models)
     run_benchmark(session, models, contenders)
+    runnable = [model for model in models if model.path is not None and not model.skip_reason]
+    overhead = measure_overhead(runnable[0], args.quick, settings.threads) if runnable else []
     system["load_average_1m_at_end"] = os.getloadavg()[0]
     return Report(
         system=system,
@@ -82,6 +85,7 @@ def run_and_report(args: argparse.Namespace, settings: BenchSettings, models: li
         contender_labels={contender.key: contender.label for contender in contenders},
         measurements=session.measurements,
         notes=run_notes(args.quick, settings, models),
+        gateway_overhead=overhead,
     )
 
 

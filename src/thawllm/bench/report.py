@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thawllm.bench.overhead import overhead_lines
 from thawllm.bench.records import FIELD_NAMES, Measurement
 from thawllm.bench.summary import ContenderSummary, Spread, summarize
 
@@ -61,6 +62,7 @@ class Report:
     contender_labels: dict[str, str]
     measurements: list[Measurement]
     notes: list[str] = field(default_factory=list)
+    gateway_overhead: list[dict] = field(default_factory=list)
 
     def summaries(self) -> list[ContenderSummary]:
         return _ordered(self, summarize(self.measurements))
@@ -73,6 +75,7 @@ class Report:
             "models": self.models,
             "contenders": self.contender_labels,
             "notes": self.notes,
+            "gateway_overhead": self.gateway_overhead,
             "summary": [summary.to_dict() for summary in self.summaries()],
             "measurements": [row.to_dict() for row in self.measurements],
         }
@@ -117,6 +120,7 @@ def markdown(report: Report, chart_name: str) -> str:
     lines += ["", f"![Time to first response]({chart_name})", ""]
     for model in report.models:
         lines += _model_section(report, model)
+    lines += overhead_lines(report.gateway_overhead)
     lines += ["## How the figures are measured", ""]
     replicas = report.settings.get("replicas")
     lines += [f"- {note.format(replicas=replicas)}" for note in METHOD_NOTES + report.notes]
