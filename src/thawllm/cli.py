@@ -7,6 +7,7 @@ part of every cold start.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -59,9 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine_settings = _resolve_engine(args)
     settings = _server_settings(args)
     if args.control:
+        from thawllm.snapshot.create import SnapshotError
         from thawllm.supervisor.live import serve_with_control
 
-        return serve_with_control(engine_settings, settings, Path(args.control), args.imports)
+        try:
+            return serve_with_control(engine_settings, settings, Path(args.control), args.imports)
+        except SnapshotError as exc:
+            raise CommandError(str(exc)) from exc
     from thawllm.instance.direct import serve_directly
     from thawllm.instance.options import import_modules
     from thawllm.server.runner import BindError
@@ -73,9 +78,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
 
+def _unwind_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, as Ctrl-C does, so that a command stops the
+    processes it started and deletes its partial files on the way out."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from thawllm.snapshot.command import snapshot_command
 
+    _unwind_on_sigterm()
     engine_settings = None if args.control else _resolve_engine(args)
     return snapshot_command(args, engine_settings)
 
@@ -95,6 +107,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from thawllm.demo import run_demo
 
+    _unwind_on_sigterm()
     return run_demo(args)
 
 

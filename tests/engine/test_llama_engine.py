@@ -63,3 +63,35 @@ def test_damaged_model_raises_engine_error(tmp_path: Path):
     damaged.write_bytes(bundled_model_path().read_bytes()[:1 << 20])
     with pytest.raises(EngineError, match="damaged.gguf"):
         load_engine(EngineSettings(damaged))
+
+
+@pytest.mark.parametrize("text", [
+    "Hello",
+    "<|im_start|>user\nhi<|im_end|>\n" * 40,
+    "日本語の文章 " * 200,
+    " " * 4000,
+    "\n\t" * 500,
+    "a" * 5000,
+])
+def test_token_count_floor_is_a_lower_bound(engine, text):
+    assert engine.token_count_floor(text) <= len(engine.tokenize(text))
+
+
+def test_token_count_floor_catches_special_token_flood(engine):
+    assert engine.token_count_floor("<|im_start|>" * 100_000) >= engine.ctx_size
+
+
+@pytest.mark.parametrize("repack", [False, True])
+def test_repack_setting_reaches_llama_cpp(repack, monkeypatch):
+    import llama_cpp.llama_cpp as bindings
+
+    seen = []
+    original = bindings.llama_model_load_from_file
+
+    def spy(path, params):
+        seen.append(params.use_extra_bufts)
+        return original(path, params)
+
+    monkeypatch.setattr(bindings, "llama_model_load_from_file", spy)
+    load_engine(EngineSettings(bundled_model_path(), ctx_size=256, repack=repack))
+    assert seen == [repack]

@@ -77,3 +77,11 @@ def test_key_from_environment(serve_factory):
     with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
         assert client.get("/v1/models").status_code == 401
         assert client.get("/v1/models", headers={"Authorization": "Bearer from-env"}).status_code == 200
+
+
+def test_key_with_trailing_newline(serve_factory):
+    # A key read from a secrets file often ends with a newline, which no HTTP header can carry.
+    server = serve_factory("--ctx-size", "256", extra_env={"THAW_API_KEY": " from-file\n"})
+    with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer from-file"}).status_code == 200

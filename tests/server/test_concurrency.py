@@ -204,6 +204,9 @@ def test_full_queue_gets_503(serve_factory):
         assert rejected.headers["retry-after"] == "1"
         assert rejected.json()["error"]["code"] == "queue_full"
         assert "max_queue" in rejected.json()["error"]["message"]
+        # A full queue is load shedding, not a failure of the server.
+        assert "WARNING thaw.server: Rejected POST /v1/completions with 503" in server.stderr_text()
+        assert " ERROR " not in server.stderr_text()
         wait_until_idle(client, server)
         response = client.post("/v1/completions", json=short_request(PROMPTS[1]))
         assert response.status_code == 200, response.text

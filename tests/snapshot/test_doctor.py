@@ -100,3 +100,18 @@ def test_format_findings_indents_details_and_fix():
     assert lines[1] == "  FAIL  self-test   criu dump failed with exit code 1."
     assert lines[2] == "                      Error (criu/vdso.c:381): bad"
     assert lines[3] == "                    fix: Install."
+
+
+def test_doctor_fails_criu_that_only_pretends(criu, tmp_path, monkeypatch, private_tmp, process_watch):
+    # Exits 0 and prints a version for every command, so its "dump" leaves the process running.
+    pretender = tmp_path / "criu"
+    pretender.write_text('#!/bin/sh\necho "Version: 9.9"\n')
+    pretender.chmod(0o755)
+    monkeypatch.setenv("THAW_CRIU", str(pretender))
+
+    findings = diagnose()
+    by_check = {finding.check: finding for finding in findings}
+    assert by_check["self-test"].status == FAIL
+    assert "still runs" in by_check["self-test"].detail
+    assert by_check["snapshots"].status == FAIL
+    assert process_watch.leftovers() == {}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -195,7 +196,7 @@ def test_truncated_image_clear_error(snapshot_dir, tmp_path, image):
         file.truncate(target.stat().st_size // 2)
 
     port, = free_ports(1)
-    outcome = run_adopting_orphans("restore", str(damaged), "--port", str(port))
+    outcome = run_adopting_orphans("restore", str(damaged), "--port", str(port), tmp_dir=tmp_path)
     assert outcome["returncode"] != 0
     assert "restore" in outcome["stderr"].lower()
     assert "Traceback" not in outcome["stderr"]
@@ -219,9 +220,10 @@ print(json.dumps({"returncode": result.returncode, "stderr": result.stderr, "lef
 """
 
 
-def run_adopting_orphans(*args: str) -> dict:
+def run_adopting_orphans(*args: str, tmp_dir: Path) -> dict:
+    """Run the command with TMPDIR set to TMP_DIR, where a failed restore keeps criu's log."""
     completed = subprocess.run([sys.executable, "-c", ADOPTING_WRAPPER, *args], capture_output=True,
-                               text=True, timeout=180)
+                               text=True, timeout=180, env={**os.environ, "TMPDIR": str(tmp_dir)})
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
 

@@ -76,6 +76,10 @@ class Engine(abc.ABC):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
+    def token_count_floor(self, text: str) -> int:
+        """Return a count that TEXT's tokens reach at least, found without tokenizing; 0 if unknown."""
+        return 0
+
     @abc.abstractmethod
     def render_chat(self, messages: list[dict]) -> str:
         """Format chat MESSAGES as a prompt with the chat template stored in the GGUF."""

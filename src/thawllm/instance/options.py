@@ -9,13 +9,29 @@ from pathlib import Path
 from thawllm.engine.base import DEFAULT_BATCH_SIZE, DEFAULT_CTX_SIZE, EngineSettings
 
 
+def count_at_least(minimum: int):
+    """Return an argparse type that reads an integer of MINIMUM or more."""
+
+    def read(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: pass {minimum} or more")
+        return value
+
+    return read
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE,
-                        help=f"context size in tokens (default {DEFAULT_CTX_SIZE})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    # llama.cpp reads a context size of 0 as the model's training context.
+    parser.add_argument("--ctx-size", type=count_at_least(0), default=DEFAULT_CTX_SIZE,
+                        help=f"context size in tokens; 0 takes the model's own (default {DEFAULT_CTX_SIZE})")
+    parser.add_argument("--batch-size", type=count_at_least(1), default=DEFAULT_BATCH_SIZE,
                         help=f"prompt evaluation batch size in tokens (default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--threads", type=count_at_least(0), default=None,
+                        help="CPU threads for inference; 0 means all cores (default: all cores)")
     parser.add_argument("--repack", action=argparse.BooleanOptionalAction, default=False,
                         help="let llama.cpp repack weights for faster decoding; loading is slower "
                         "and snapshots store the repacked weights (default: off)")

@@ -12,7 +12,14 @@ from starlette.responses import Response
 
 from thawllm.server import classic_routes, openai_routes, ops_routes
 from thawllm.server.auth import APIKeyMiddleware
-from thawllm.server.errors import APIError, ClientDisconnected, MethodNotAllowed, NotFound, error_response
+from thawllm.server.errors import (
+    APIError,
+    ClientDisconnected,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    error_response,
+)
 from thawllm.server.middleware import InternalErrorMiddleware, RequestMetricsMiddleware
 from thawllm.server.settings import ServerSettings
 from thawllm.server.state import ServiceState
@@ -39,7 +46,7 @@ def build_app(settings: ServerSettings) -> Starlette:
 async def handle_api_error(request: Request, exc: APIError) -> Response:
     if isinstance(exc, ClientDisconnected):
         logger.debug("Client left %s %s before the response.", request.method, request.url.path)
-    elif exc.status_code >= 500:
+    elif exc.status_code >= 500 and not isinstance(exc, ServiceUnavailable):
         logger.error("%s %s failed with %d: %s", request.method, request.url.path, exc.status_code, exc.message)
     else:
         logger.warning("Rejected %s %s with %d: %s", request.method, request.url.path, exc.status_code, exc.message)

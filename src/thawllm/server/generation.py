@@ -68,13 +68,32 @@ Event = Started | Piece | Failed | Dropped | Stopped
 
 def encode_prompt(engine: Engine, request: CompletionRequest) -> list[int]:
     if request.messages is None:
+        reject_unfit_text(engine, request, request.prompt)
         return engine.tokenize(request.prompt, add_special=True)
     try:
         text = engine.render_chat(request.messages)
     except ChatTemplateError as exc:
         raise InvalidRequest(f"{exc} Send a plain prompt to /v1/completions instead.", param="messages",
                              code="chat_template_error") from exc
+    reject_unfit_text(engine, request, text)
     return tokenize_chat_prompt(engine, text)
+
+
+def reject_unfit_text(engine: Engine, request: CompletionRequest, text: str) -> None:
+    """Reject a prompt TEXT that cannot fit in the context, before it is tokenized.
+
+    llama.cpp's special-token pass (llama-cpp-python 0.3.36) takes time quadratic
+    in the number of special tokens in the text: a 1 MB prompt of them held the
+    engine thread for about a minute on 2 cores, whether or not its client stayed.
+    """
+    floor = engine.token_count_floor(text)
+    if floor >= engine.ctx_size:
+        raise ContextLengthExceeded(
+            f"The {request.prompt_description} is at least {floor} tokens long and does not fit in the context "
+            f"of {engine.ctx_size} tokens, which the prompt and the completion share. Shorten it, or restart "
+            "the server with a larger --ctx-size.",
+            param=request.prompt_param,
+        )
 
 
 def tokenize_chat_prompt(engine: Engine, text: str) -> list[int]:

@@ -14,6 +14,7 @@ from thawllm.server.generation import CompletionRequest
 from thawllm.server.validation import (
     check_text,
     invalid_type,
+    quote_name,
     read_boolean,
     read_integer,
     read_number,
@@ -95,7 +96,8 @@ def reject_unsupported(body: dict, fields: frozenset[str], neutral_values: dict[
             continue
         if name not in neutral_values:
             accepted = ", ".join(sorted(fields | neutral_values.keys()))
-            raise UnsupportedParameter(f"Unsupported parameter: '{name}'. thaw accepts: {accepted}.", param=name)
+            raise UnsupportedParameter(f"Unsupported parameter: {quote_name(name)}. thaw accepts: {accepted}.",
+                                       param=name)
         if not _is_neutral(value, neutral_values[name]):
             accepted = " or ".join(show(neutral) for neutral in neutral_values[name])
             raise UnsupportedParameter(
@@ -192,7 +194,7 @@ def read_stream(body: dict) -> tuple[bool, bool]:
     unknown = sorted(set(options) - {"include_usage"})
     if unknown:
         raise UnsupportedParameter(
-            f"Unsupported field 'stream_options.{unknown[0]}'. thaw accepts only 'include_usage'.",
+            f"Unsupported field {quote_name('stream_options.' + unknown[0])}. thaw accepts only 'include_usage'.",
             param=f"stream_options.{unknown[0]}",
         )
     include_usage = read_boolean(options, "include_usage")
@@ -221,7 +223,8 @@ def read_message(index: int, message) -> dict:
     for name, value in message.items():
         if name not in MESSAGE_FIELDS and value is not None:
             raise UnsupportedParameter(
-                f"Unsupported field '{where}.{name}'. thaw accepts 'role', 'content' and 'name' in a message.",
+                f"Unsupported field {quote_name(f'{where}.{name}')}. "
+                "thaw accepts 'role', 'content' and 'name' in a message.",
                 param=f"{where}.{name}",
             )
 
@@ -259,7 +262,7 @@ def read_text_part(where: str, part) -> str:
         )
     unknown = sorted(set(part) - {"type", "text"})
     if unknown:
-        raise UnsupportedParameter(f"Unsupported field '{where}.{unknown[0]}' in a text part.",
+        raise UnsupportedParameter(f"Unsupported field {quote_name(f'{where}.{unknown[0]}')} in a text part.",
                                    param=f"{where}.{unknown[0]}")
     text = part.get("text")
     if not isinstance(text, str):

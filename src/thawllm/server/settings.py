@@ -35,6 +35,10 @@ class ServerSettings:
             raise SettingsError(f"Invalid max_body_bytes {self.max_body_bytes}: pass 1 or more.")
         if self.api_key is not None and not self.api_key.strip():
             raise SettingsError("The API key is empty: pass a non-empty key or none.")
+        if self.api_key is not None:
+            # HTTP drops the whitespace around header values, so a key read with its
+            # trailing newline from a secrets file could never match otherwise.
+            object.__setattr__(self, "api_key", self.api_key.strip())
         if self.model_alias is not None and not self.model_alias.strip():
             raise SettingsError("The model alias is empty: pass a non-empty name or none.")
 

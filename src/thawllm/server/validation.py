@@ -43,6 +43,13 @@ def show(value) -> str:
     return text
 
 
+def quote_name(name: str) -> str:
+    """Quote a field name that a client sent, shortened like show() so that messages stay readable."""
+    if len(name) > MAX_SHOWN_VALUE_CHARS:
+        name = name[: MAX_SHOWN_VALUE_CHARS - 3] + "..."
+    return f"'{name}'"
+
+
 def invalid_type(name: str, value, expected: str) -> InvalidRequest:
     return InvalidRequest(
         f"Invalid type for '{name}': expected {expected}, got {json_type_name(value)} ({show(value)}).",

@@ -13,7 +13,7 @@ from thawllm.engine.base import EngineSettings
 from thawllm.instance import control
 from thawllm.instance.options import engine_arguments
 from thawllm.snapshot.criu import Criu
-from thawllm.snapshot.manifest import IMAGES_DIR_NAME, build_manifest, sha256_of, write_manifest
+from thawllm.snapshot.manifest import IMAGES_DIR_NAME, MANIFEST_NAME, build_manifest, sha256_of, write_manifest
 from thawllm.supervisor.handle import InstanceHandle
 
 logger = logging.getLogger("thaw.snapshot")
@@ -42,11 +42,31 @@ class SnapshotResult:
 
 
 def check_output(output: Path, force: bool) -> None:
-    if output.exists() and not force:
-        raise SnapshotError(f"Snapshot directory already exists: {output}. "
-                            "Pass --force to replace it or choose another -o.")
+    """Raise SnapshotError unless OUTPUT can take a new snapshot; FORCE allows replacing an old one."""
+    if output.name in ("", ".", ".."):
+        raise SnapshotError(f"Invalid snapshot directory {output}: pass -o with the name of a new directory, "
+                            "such as snapshots/smollm2.")
+    try:
+        exists = output.exists() or output.is_symlink()
+    except OSError as exc:
+        raise SnapshotError(f"Invalid snapshot directory {output}: {exc.strerror}. Pass another -o.") from exc
+    if exists:
+        if not force:
+            raise SnapshotError(f"Snapshot directory already exists: {output}. "
+                                "Pass --force to replace it or choose another -o.")
+        if not is_replaceable(output):
+            raise SnapshotError(f"{output} exists and is not a snapshot directory (no {MANIFEST_NAME} and no criu "
+                                "images in it), so --force does not replace it. Choose another -o.")
     if not output.parent.is_dir():
         raise SnapshotError(f"Parent directory does not exist: {output.parent}. Create it first.")
+
+
+def is_replaceable(directory: Path) -> bool:
+    """Return True for a real directory that is empty or contains a snapshot, even a damaged one."""
+    if directory.is_symlink() or not directory.is_dir():
+        return False
+    return ((directory / MANIFEST_NAME).is_file() or (directory / IMAGES_DIR_NAME / "inventory.img").is_file()
+            or not any(directory.iterdir()))
 
 
 def take_snapshot(engine: EngineSettings, output: Path, imports: list[str] = (), force: bool = False,
@@ -78,7 +98,7 @@ def dump_instance(handle: InstanceHandle, engine: EngineSettings, imports: list[
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     previous_umask = os.umask(0o077)
     try:
-        partial.mkdir(mode=0o700)
+        _make_partial(partial)
         pipes = handle.pipe_inodes()
         digest = sha256_of(engine.model_path)
         dump_seconds = criu.dump(handle.pid, partial / IMAGES_DIR_NAME, leave_running=leave_running)
@@ -97,6 +117,14 @@ def dump_instance(handle: InstanceHandle, engine: EngineSettings, imports: list[
     result = SnapshotResult(str(output), size, dump_seconds, time.perf_counter() - started)
     logger.info("%s", result.describe())
     return result
+
+
+def _make_partial(partial: Path) -> None:
+    try:
+        partial.mkdir(mode=0o700)
+    except OSError as exc:
+        raise SnapshotError(f"Cannot create the snapshot directory in {partial.parent}: {exc.strerror}. "
+                            "Choose an -o in a writable directory.") from exc
 
 
 def _make_private(directory: Path) -> None:

@@ -307,7 +307,12 @@ class Criu:
             args += ["--inherit-fd", f"fd[{fd}]:{key}"]
         prefix, kdat_args = kdat.restore_wrapper()
         argv = [*prefix, *self.command(*args, *kdat_args, *extra_args)]
-        run = run_criu(argv, timeout_s=timeout_s, pass_fds=inherit_fds)
+        try:
+            run = run_criu(argv, timeout_s=timeout_s, pass_fds=inherit_fds)
+        except BaseException:
+            # Interrupted: no error message names the log, so it goes too.
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
 
         _raise_on_failure("restore", run, log_path, timeout_s)
         pid = _read_pidfile(pidfile, log_path)
@@ -338,6 +343,10 @@ def run_criu(
         except subprocess.TimeoutExpired:
             _kill_criu_tree(process)
             returncode = None
+        except BaseException:
+            # Interrupted by Ctrl-C or SIGTERM: criu and what it was restoring must not outlive us.
+            _kill_criu_tree(process)
+            raise
         output.seek(0)
         return CriuRun(returncode, output.read(), time.monotonic() - started)
 

@@ -17,6 +17,27 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "snapshot.json"
 IMAGES_DIR_NAME = "images"
 HASH_CHUNK_BYTES = 1 << 20
+SHOWN_VALUE_CHARS = 60
+
+# The fields that a restore reads, dotted for nested ones, with their JSON types;
+# "imports" is optional because older snapshots lack it.
+REQUIRED_FIELDS = {
+    "model.path": str,
+    "model.size": int,
+    "model.mtime_ns": int,
+    "model.sha256": str,
+    "engine.model_path": str,
+    "engine.ctx_size": int,
+    "engine.batch_size": int,
+    "cpu.flags": list,
+    "criu_version": str,
+    "control_pipes.stdin": str,
+    "control_pipes.stdout": str,
+    "control_pipes.stderr": str,
+}
+JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+                   dict: "an object", type(None): "null"}
+_MISSING = object()
 
 
 class ManifestError(Exception):
@@ -40,7 +61,10 @@ class Manifest:
 
     @property
     def engine_settings(self) -> EngineSettings:
-        return EngineSettings.from_dict(self.values["engine"])
+        try:
+            return EngineSettings.from_dict(self.values["engine"])
+        except TypeError as exc:
+            raise ManifestError(f"{MANIFEST_NAME} field 'engine' is invalid: {exc}. Take the snapshot again.") from exc
 
     @property
     def pipes(self) -> dict[str, str]:
@@ -120,12 +144,55 @@ def load_manifest(directory: Path) -> Manifest:
 
 
 def _check_shape(values, path: Path) -> None:
-    required = ("format_version", "model", "engine", "cpu", "criu_version", "control_pipes")
-    if not isinstance(values, dict) or any(key not in values for key in required):
-        raise ManifestError(f"{path} is incomplete: it needs the fields {', '.join(required)}. Take the snapshot again.")
+    """Raise ManifestError unless VALUES has every field that a restore reads, with its JSON type."""
+    if not isinstance(values, dict):
+        raise ManifestError(f"{path} is damaged: it contains {_json_type(values)}, not a JSON object. "
+                            "Take the snapshot again.")
+    _check_field(values, "format_version", int, path)
     if values["format_version"] != FORMAT_VERSION:
         raise ManifestMismatch("format_version", values["format_version"], FORMAT_VERSION,
                                "Take the snapshot again with this version of thaw.")
+    for name, expected in REQUIRED_FIELDS.items():
+        _check_field(values, name, expected, path)
+    for name in ("cpu.flags", "imports"):
+        items = _field(values, name)
+        if items is not _MISSING and not (isinstance(items, list) and all(isinstance(item, str) for item in items)):
+            raise ManifestError(f"{path} is damaged: field '{name}' must be an array of strings. "
+                                "Take the snapshot again.")
+
+
+def _check_field(values: dict, name: str, expected: type, path: Path) -> None:
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        parent = _field(values, ".".join(parts[:depth]))
+        if parent is not _MISSING and not isinstance(parent, dict):
+            raise _damaged(path, ".".join(parts[:depth]), dict, parent)
+    value = _field(values, name)
+    if value is _MISSING:
+        raise ManifestError(f"{path} is incomplete: field '{name}' is missing. Take the snapshot again.")
+    # bool is a subclass of int in Python, but true is no JSON integer.
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise _damaged(path, name, expected, value)
+
+
+def _damaged(path: Path, name: str, expected: type, value) -> ManifestError:
+    value_text = json.dumps(value, default=str)[:SHOWN_VALUE_CHARS]
+    return ManifestError(f"{path} is damaged: field '{name}' must be {JSON_TYPE_NAMES[expected]}, not "
+                         f"{_json_type(value)} ({value_text}). Take the snapshot again.")
+
+
+def _field(values: dict, name: str):
+    """Return the value of the dotted field NAME, or _MISSING."""
+    value = values
+    for key in name.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _json_type(value) -> str:
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def check_manifest(manifest: Manifest, criu_version: str, verify_hash: bool) -> None:

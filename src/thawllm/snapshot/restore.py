@@ -11,7 +11,7 @@ from pathlib import Path
 
 from thawllm.snapshot.criu import Criu
 from thawllm.snapshot.manifest import IMAGES_DIR_NAME, Manifest, check_manifest, load_manifest
-from thawllm.supervisor.handle import InstanceError, InstanceHandle
+from thawllm.supervisor.handle import InstanceHandle
 
 logger = logging.getLogger("thaw.snapshot")
 
@@ -58,7 +58,8 @@ def restore_replica(snapshot_dir: Path, settings: dict, label: str, *,
     try:
         handle.serve(settings, SERVE_TIMEOUT_S,
                      restored={"snapshot": str(snapshot_dir), "started_at": wall_clock})
-    except InstanceError:
+    except BaseException:
+        # Also on Ctrl-C or SIGTERM, so that no half-started instance outlives us.
         handle.kill()
         raise
     return handle, time.perf_counter() - started

@@ -7,6 +7,7 @@ import logging
 import sys
 from dataclasses import replace
 
+from thawllm.server.settings import MAX_PORT
 from thawllm.snapshot.criu import CriuError
 from thawllm.snapshot.manifest import ManifestError, load_manifest
 from thawllm.supervisor.handle import InstanceError, InstanceHandle
@@ -20,16 +21,30 @@ class RestoreUsageError(Exception):
 
 
 def replica_ports(args: argparse.Namespace) -> list[int]:
+    """Return one port per replica, all checked before any replica starts."""
     if args.replicas < 1:
         raise RestoreUsageError(f"--replicas must be 1 or more, not {args.replicas}.")
     if args.ports is None:
-        return [args.port + index if args.port else 0 for index in range(args.replicas)]
+        ports = [args.port + index if args.port else 0 for index in range(args.replicas)]
+    else:
+        ports = _listed_ports(args.ports, args.replicas)
+    for index, port in enumerate(ports, start=1):
+        if not 0 <= port <= MAX_PORT:
+            raise RestoreUsageError(f"Invalid port {port} for replica {index}: ports go from 0 to {MAX_PORT}. "
+                                    "Pass another --port or --ports.")
+    repeated = sorted({port for port in ports if port and ports.count(port) > 1})
+    if repeated:
+        raise RestoreUsageError(f"--ports lists port {repeated[0]} more than once. Give each replica its own port.")
+    return ports
+
+
+def _listed_ports(listed: str, replicas: int) -> list[int]:
     try:
-        ports = [int(port) for port in args.ports.split(",")]
+        ports = [int(port) for port in listed.split(",")]
     except ValueError as exc:
-        raise RestoreUsageError(f"--ports must be comma-separated integers, not {args.ports!r}.") from exc
-    if len(ports) != args.replicas and args.replicas != 1:
-        raise RestoreUsageError(f"--ports lists {len(ports)} ports but --replicas is {args.replicas}.")
+        raise RestoreUsageError(f"--ports must be comma-separated integers, not {listed!r}.") from exc
+    if len(ports) != replicas and replicas != 1:
+        raise RestoreUsageError(f"--ports lists {len(ports)} ports but --replicas is {replicas}.")
     return ports
 
 

@@ -100,7 +100,13 @@ class TinyTemplate:
 
     def wait_for_launcher(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Wait for unshare to exit after its child was dumped and killed."""
-        self.launcher.wait(timeout=timeout_s)
+        try:
+            self.launcher.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise SelfTestError(
+                f"criu reported a successful dump, but the dumped process {self.pid} still runs "
+                f"{timeout_s:g} s later, so this criu does not work."
+            ) from None
 
     def stop(self) -> None:
         """End the echo process and unshare, by pid, and close our pipe ends."""

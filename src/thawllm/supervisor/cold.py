@@ -7,7 +7,7 @@ import time
 from thawllm.engine.base import EngineSettings
 from thawllm.instance import control
 from thawllm.instance.options import engine_arguments
-from thawllm.supervisor.handle import InstanceError, InstanceHandle
+from thawllm.supervisor.handle import InstanceHandle
 
 # Loading a 7B model from a cold page cache can take minutes on a slow disk.
 LOAD_TIMEOUT_S = 900.0
@@ -21,7 +21,8 @@ def start_cold(engine: EngineSettings, imports: list[str], settings: dict, label
     try:
         handle.wait_event(control.PARKED, LOAD_TIMEOUT_S)
         handle.serve(settings, SERVE_TIMEOUT_S)
-    except InstanceError:
+    except BaseException:
+        # Also on Ctrl-C or SIGTERM, so that no half-started instance outlives us.
         handle.kill()
         raise
     return handle, time.perf_counter() - started

@@ -77,7 +77,9 @@ class InstanceHandle:
         if new_pid_namespace:
             try:
                 handle.pid = _namespace_child(launcher)
-            except InstanceError:
+            except BaseException:
+                # Also on Ctrl-C or SIGTERM, so that the launcher does not go on to start an instance.
+                _end_launcher(launcher)
                 handle.close()
                 raise
         return handle
@@ -196,15 +198,11 @@ class InstanceHandle:
 
 def _namespace_child(launcher: subprocess.Popen, timeout_s: float = 10.0) -> int:
     """Return the pid of the process that the PID-namespace launcher started, as seen from here."""
-    children_file = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            children = children_file.read_text().split()
-        except FileNotFoundError:
-            children = []
+        children = _children(launcher.pid)
         if children:
-            return int(children[0])
+            return children[0]
         if launcher.poll() is not None:
             raise InstanceError(f"The PID-namespace launcher exited with status {launcher.returncode} "
                                 "before starting the instance; see its log above")
@@ -212,6 +210,24 @@ def _namespace_child(launcher: subprocess.Popen, timeout_s: float = 10.0) -> int
     launcher.kill()
     launcher.wait()
     raise InstanceError(f"The PID-namespace launcher [pid {launcher.pid}] started no child within {timeout_s} s")
+
+
+def _end_launcher(launcher: subprocess.Popen) -> None:
+    """Kill the PID-namespace launcher and the instance that it may have started, by pid."""
+    if launcher.poll() is None:
+        # A stopped launcher cannot fork between the look at its children and the kill.
+        _signal(launcher.pid, signal.SIGSTOP)
+        for child in _children(launcher.pid):
+            _signal(child, signal.SIGKILL)
+        launcher.kill()
+    launcher.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def _forward_log(fd: int, handle: InstanceHandle) -> None:
@@ -226,7 +242,8 @@ def _pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The read fails with ESRCH when the process is reaped between open and read.
         return False
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import select
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ DRAIN_TIMEOUT_S = 600.0
 CONTROL_READ_TIMEOUT_S = 5.0
 MAX_COMMAND_BYTES = 65536
 POLL_INTERVAL_S = 0.5
+SHOWN_VALUE_CHARS = 80
 
 
 class LiveService:
@@ -64,24 +66,22 @@ class LiveService:
         return {"ok": False, "message": f"Unknown control command {command!r}; expected 'snapshot' or 'status'."}, False
 
     def snapshot(self, request: dict) -> tuple[dict, bool]:
-        output, leave_running, force = request.get("output"), request.get("leave_running"), request.get("force")
-        if not isinstance(output, str) or not os.path.isabs(output) or not isinstance(leave_running, bool):
-            return {"ok": False, "message": "A snapshot command needs an absolute 'output' path and "
-                    "a boolean 'leave_running'."}, False
         started = time.perf_counter()
         try:
-            check_output(Path(output), bool(force))
+            output, leave_running, force = read_snapshot_request(request)
+            check_output(output, force)
             criu = Criu.find()
-        except (SnapshotError, CriuError) as exc:
+        except (SnapshotError, CriuError, OSError) as exc:
+            logger.warning("Rejected a snapshot command on %s: %s", self.control_path, exc)
             return {"ok": False, "message": str(exc)}, False
 
         logger.info("Snapshot requested: stopping the listener and draining in-flight requests.")
         self.handle.send(control.PARK)
         self.handle.wait_event(control.PARKED, DRAIN_TIMEOUT_S)
         try:
-            result = dump_instance(self.handle, self.engine, self.imports, Path(output), criu, started,
-                                   leave_running=leave_running, force=bool(force))
-        except (CriuError, OSError) as exc:
+            result = dump_instance(self.handle, self.engine, self.imports, output, criu, started,
+                                   leave_running=leave_running, force=force)
+        except (SnapshotError, CriuError, OSError) as exc:
             logger.error("Snapshot failed: %s; serving again.", exc)
             self.handle.serve(self.settings.to_dict(), SERVE_TIMEOUT_S)
             return {"ok": False, "message": f"Snapshot failed: {exc}"}, False
@@ -93,22 +93,43 @@ class LiveService:
         return {"ok": True, "message": result.describe() + " The service goes on serving.", **result.to_dict()}, False
 
 
+def read_snapshot_request(request: dict) -> tuple[Path, bool, bool]:
+    """Return the output path, leave_running and force of a snapshot command; raise SnapshotError if invalid."""
+    output = request.get("output")
+    if not isinstance(output, str) or not os.path.isabs(output):
+        raise SnapshotError(f"Invalid 'output' {_shorten(output)}: send the absolute path of the snapshot directory.")
+    try:
+        os.fsencode(output)
+    except UnicodeEncodeError:
+        raise SnapshotError(f"Invalid 'output' {_shorten(output)}: it is not a valid file name.") from None
+    if "\0" in output:
+        raise SnapshotError(f"Invalid 'output' {_shorten(output)}: it contains a NUL character.")
+    leave_running = request.get("leave_running")
+    if not isinstance(leave_running, bool):
+        raise SnapshotError(f"Invalid 'leave_running' {_shorten(leave_running)}: send true or false.")
+    force = request.get("force")
+    if force is not None and not isinstance(force, bool):
+        raise SnapshotError(f"Invalid 'force' {_shorten(force)}: send true, false or nothing.")
+    return Path(output), leave_running, bool(force)
+
+
+def _shorten(value) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 3] + "..."
+
+
 def open_control_socket(path: Path) -> socket.socket:
     """Listen on PATH with mode 0600; a stale socket file from a dead supervisor is replaced."""
-    if path.exists():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink(missing_ok=True)
-        else:
-            raise SnapshotError(f"Control socket {path} is in use by another service. Pass another --control path.")
-        finally:
-            probe.close()
+    if path.exists() or path.is_symlink():
+        _remove_stale_socket(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous_umask = os.umask(0o177)
     try:
         listener.bind(str(path))
+    except OSError as exc:
+        listener.close()
+        raise SnapshotError(f"Cannot listen on the control socket {path}: {exc.strerror or exc}. "
+                            "Pass another --control path.") from exc
     finally:
         os.umask(previous_umask)
     os.chmod(path, 0o600)
@@ -116,17 +137,42 @@ def open_control_socket(path: Path) -> socket.socket:
     return listener
 
 
+def _remove_stale_socket(path: Path) -> None:
+    """Delete the socket file at PATH if no one listens on it; anything else is left alone."""
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise SnapshotError(f"{path} exists and is not a socket. Pass another --control path.")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        path.unlink(missing_ok=True)
+    else:
+        raise SnapshotError(f"Control socket {path} is in use by another service. Pass another --control path.")
+    finally:
+        probe.close()
+
+
 def _read_request(connection: socket.socket) -> dict | None:
-    connection.settimeout(CONTROL_READ_TIMEOUT_S)
+    """Read one line, all of it within CONTROL_READ_TIMEOUT_S; None if it is not a JSON object.
+
+    The deadline covers the whole line, because the supervisor acts on signals
+    and watches its service only between connections.
+    """
+    deadline = time.monotonic() + CONTROL_READ_TIMEOUT_S
     data = b""
     while b"\n" not in data and len(data) < MAX_COMMAND_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no complete command within {CONTROL_READ_TIMEOUT_S:g} s")
+        connection.settimeout(remaining)
         chunk = connection.recv(4096)
         if not chunk:
             break
         data += chunk
     try:
         request = json.loads(data.split(b"\n", 1)[0])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers invalid UTF-8 and invalid JSON; RecursionError, JSON nested too deeply.
         return None
     return request if isinstance(request, dict) else None
 
