@@ -201,9 +201,12 @@ def test_quick_leaves_nothing_behind(quick_run, results):
 
 def test_interrupt_stops_everything(tmp_path):
     marker = uuid.uuid4().hex
+    # A shell starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler; give the benchmark the default.
     bench = subprocess.Popen([*THAW, "bench", "--quick", "--threads", "1", "--output", str(tmp_path / "out")],
                              env=bench_environment(marker, tmp_path), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
         while not marked_pids(marker, exclude=(bench.pid,)) and time.monotonic() < deadline:
