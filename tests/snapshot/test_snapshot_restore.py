@@ -90,7 +90,7 @@ def test_restore_answers_like_fresh_start(snapshot_dir, fresh_answer, started_pi
         replica_pid = int(re.search(r"\[pid (\d+)\]", line).group(1))
         wait_healthy(port)
         assert predict(port, PROMPT) == fresh_answer
-        # The replica sees the same files as we do, whatever namespace criu ran in.
+        # The replica is in our mount namespace, whatever namespace criu ran in.
         assert os.readlink(f"/proc/{replica_pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
     finally:
         assert restore.stop() == 0, restore.output

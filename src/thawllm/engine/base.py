@@ -21,7 +21,7 @@ class ChatTemplateError(EngineError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How a model is loaded. Recorded in snapshot manifests."""
+    """Settings that load a model, recorded in snapshot manifests."""
 
     model_path: Path
     ctx_size: int = DEFAULT_CTX_SIZE
@@ -112,4 +112,4 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def release_scratch(self) -> None:
-        """Drop cached evaluation state so that the process holds no request data."""
+        """Drop cached evaluation state so that no request data stays in the process."""

@@ -206,7 +206,7 @@ class LlamaEngine(Engine):
 
     def compact(self) -> int:
         # A new context has a zero-filled KV cache and untouched compute
-        # buffers; the memory it maps is llama.cpp's own, so no other code
+        # buffers. The memory it maps is llama.cpp's own, so no other code
         # writes it while its zero pages are dropped.
         self._llama.reset()
         self._llama._ctx.close()

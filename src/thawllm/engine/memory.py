@@ -1,7 +1,7 @@
 """Keep touched-but-unused memory out of snapshot images.
 
 CRIU stores every present page of private anonymous memory. After a
-warm-up, the KV cache holds pages that are present but carry no data the
+warm-up, the KV cache contains pages that are present but carry no data the
 next request needs. Dropping the all-zero pages of such buffers with
 MADV_DONTNEED gives the same contents (zero-filled on the next touch) and
 leaves them out of the image.
@@ -110,6 +110,6 @@ def fix_mmap_threshold() -> None:
 
     glibc raises its mmap threshold after a large block is freed, so a KV
     cache allocated again after a context is freed would land in [heap],
-    among other data, where its zero pages could not be told apart.
+    among other data, where its zero pages could not be distinguished from other data.
     """
     _libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_BYTES)

@@ -1,4 +1,4 @@
-"""`thaw serve` without supervision: bind first, answer 503 while the model loads, then serve."""
+"""`thaw serve` without supervision: bind first, return 503 while the model loads, then serve."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def dump_instance(handle: InstanceHandle, engine: EngineSettings, imports: list[
                   criu: Criu, started: float, leave_running: bool, force: bool) -> SnapshotResult:
     """Dump the parked instance HANDLE into OUTPUT, written whole or not at all.
 
-    The image holds process memory such as API keys and prompts, so the
+    The image contains process memory such as API keys and prompts, so the
     directory is private to its owner (0700, files 0600).
     """
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"

@@ -6,7 +6,7 @@ criu probes the kernel's features at every start and caches the result in
 spends about 30 ms on that probe. There, criu runs in a private mount
 namespace whose /run is a directory on the /dev/shm tmpfs, so the cache
 persists, and the restored process joins the caller's mount namespace with
---join-ns, so it sees the same files as everyone else.
+--join-ns, so it has the same view of the filesystem as its caller.
 """
 
 from __future__ import annotations

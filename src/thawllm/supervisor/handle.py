@@ -28,7 +28,7 @@ class InstanceHandle:
     """The pid and control pipes of one service process.
 
     The process may be our child (spawned) or an adopted orphan (restored by
-    criu and reparented to us as the child subreaper); either way it is
+    criu and reparented to us as the child subreaper). Either way it is
     waited for by pid.
     """
 

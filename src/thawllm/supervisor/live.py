@@ -2,9 +2,9 @@
 
 The service runs as a supervised instance, PID 1 of its own PID namespace,
 so that its snapshot restores like any other. The supervisor listens on a
-Unix socket (mode 0600) for one-line JSON commands. Whoever can reach that
-socket can make the service dump its memory, so commands that are not
-understood are rejected and logged.
+Unix socket (mode 0600) for one-line JSON commands. Any process that can
+reach that socket can make the service dump its memory, so commands that
+are not understood are rejected and logged.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def _supervise(service: LiveService, listener: socket.socket, signals: SignalQue
 
 
 def _answer(service: LiveService, connection: socket.socket) -> bool:
-    """Answer one control connection; return True when the service has ended."""
+    """Read one control request and send its reply; return True when the service has ended."""
     try:
         request = _read_request(connection)
     except OSError as exc:

@@ -1,9 +1,10 @@
 """Run a command as PID 1 of a new PID namespace: python -m thawllm.supervisor.pidns CMD [ARG...].
 
-This does what `unshare --pid --fork` does, but sets no parent-death signal
-(which would kill replicas restored from the child's snapshot), prints
-nothing on the child's stderr (a control pipe here), and keeps no copy of
-the child's pipes open, so they close as soon as the child exits.
+This does what `unshare --pid --fork` does, with three differences. It sets
+no parent-death signal, which would kill replicas restored from the child's
+snapshot. It prints nothing on the child's stderr, a control pipe here. It
+keeps no copy of the child's pipes open, so they close as soon as the child
+exits.
 """
 
 from __future__ import annotations
